@@ -106,19 +106,12 @@ fn run_serve(config: ServeConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServeConfig, registry: RuntimeRegistry) -> anyhow::Result<()> {
-    let mut executor = ExecutorConfig::default();
-    // Threads per model version: --aegis_workers_per_model, else the global parameters file's
-    // num_batch_threads (TF Serving takes thread settings from that file only), else the CPUs.
-    let batch_threads = config
-        .batching
-        .as_ref()
-        .and_then(|b| b.num_batch_threads)
-        .and_then(std::num::NonZeroUsize::new);
-    if let Some(w) = config.workers.or(batch_threads) {
-        executor.workers = w;
-    }
-    executor.queue_capacity = config.queue_capacity;
-    executor.batching = config.batching.clone();
+    let executor = ExecutorConfig {
+        workers: config.workers,
+        queue_capacity: config.queue_capacity,
+        batching: config.batching.clone(),
+        ..ExecutorConfig::default()
+    };
     let options = ManagerOptions {
         executor,
         allow_labels_for_unavailable: config.allow_labels_for_unavailable,
@@ -303,7 +296,7 @@ fn runtimes(config: &ServeConfig) -> RuntimeRegistry {
     // Each worker owns a LiteRT session with its own XNNPACK threads: by default split the cores
     // between the workers rather than multiply them.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = config.workers.map_or(cpus, |w| w.get());
+    let workers = config.workers.get();
     let litert_options = LiteRtOptions {
         num_threads: config
             .litert_threads

@@ -63,6 +63,7 @@ pub fn rest_predict(body: &[u8]) {
 /// The JSON parser alone, and the writer on what it parsed (which must parse again).
 pub fn json_value(body: &[u8]) {
     if let Ok(v) = json::parse(body) {
+        check_numbers(&v);
         let mut text = Vec::new();
         json::write_value(&mut text, &v);
         if let Err(e) = json::parse(&text) {
@@ -71,6 +72,22 @@ pub fn json_value(body: &[u8]) {
                 String::from_utf8_lossy(&text)
             );
         }
+    }
+}
+
+/// Every number's quick `f32` conversion equals the exact one (nearest `f64`, then `f32`).
+fn check_numbers(v: &json::Value) {
+    match v {
+        json::Value::Number(n) => {
+            let (quick, exact) = (n.as_f32(), n.as_f64() as f32);
+            assert!(
+                quick.to_bits() == exact.to_bits() || (quick.is_nan() && exact.is_nan()),
+                "{n:?}: as_f32 {quick:e} but as_f64 as f32 {exact:e}"
+            );
+        }
+        json::Value::Array(items) => items.iter().for_each(check_numbers),
+        json::Value::Object(members) => members.iter().for_each(|(_, m)| check_numbers(m)),
+        _ => {}
     }
 }
 

@@ -180,15 +180,16 @@ fn add_value(v: &Value, name: &str, kind: &mut Option<feature::Kind>) -> Result<
         }
         Value::String(s) => bytes_list(name, kind)?.push(s.as_bytes().to_vec()),
         // rapidjson reads an integer literal beyond the 64-bit ranges as a double.
-        Value::Number(Number::Float(f) | Number::BigInt(f)) => {
+        Value::Number(n @ (Number::Float(_) | Number::BigInt(_) | Number::Decimal(_))) => {
             let list = float_list(name, kind)?;
-            if f.is_finite() && f.abs() > f64::from(f32::MAX) {
+            let f = n.as_f32();
+            if f.is_infinite() && n.as_f64().is_finite() {
                 return Err(Error::invalid_argument(format!(
                     "Cannot convert JSON value: {} to float without loss of precision.",
                     json::message_json(v)
                 )));
             }
-            list.push(*f as f32);
+            list.push(f);
         }
         Value::Number(Number::Int(i)) => int64_list(name, kind)?.push(*i),
         Value::Number(Number::UInt(_)) => {

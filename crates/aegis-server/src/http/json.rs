@@ -49,6 +49,9 @@ pub enum Number {
     BigInt(f64),
     /// A literal with a fraction or an exponent, or one of the `NaN` / `Infinity` tokens.
     Float(f64),
+    /// A literal with a fraction or an exponent whose nearest `f64` is left to compute on use
+    /// (see [`Decimal`]).
+    Decimal(Decimal),
 }
 
 impl Number {
@@ -58,7 +61,105 @@ impl Number {
             Number::Int(i) => i as f64,
             Number::UInt(u) => u as f64,
             Number::BigInt(f) | Number::Float(f) => f,
+            Number::Decimal(d) => d.to_f64(),
         }
+    }
+
+    /// The value as TF Serving makes a `float` of it: the nearest `f64`, then the nearest `f32`
+    /// to that (rapidjson's `GetDouble()` and a cast).
+    pub fn as_f32(self) -> f32 {
+        match self {
+            Number::Decimal(d) => d.to_f32(),
+            n => n.as_f64() as f32,
+        }
+    }
+}
+
+/// A decimal literal `±sig × 10^exp10` with more significant digits than an `f64` holds exactly
+/// (`2^53 < sig < 2^64`) and `|exp10| <= 22`: what clients print for `float32` data (`0.1f` is
+/// `0.10000000149011612`). Its nearest `f64` needs the full correctly-rounded algorithm, tens of
+/// nanoseconds a number and most of the cost of decoding a float tensor, while the `f32` a float
+/// input needs can almost always be had from a two-rounding approximation, so the conversion
+/// waits until the target type is known.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decimal {
+    sig: u64,
+    exp10: i8,
+    neg: bool,
+}
+
+impl Decimal {
+    /// `fl(fl(sig) ⊗ 10^exp10)`: within 2 ulps of the exact value (each of the two roundings is
+    /// at most half an ulp relative to its operand, and `10^k` is exact for `k <= 22`).
+    fn approx(self) -> f64 {
+        let k = usize::from(self.exp10.unsigned_abs());
+        let p = POW10.get(k).copied().unwrap_or(f64::INFINITY);
+        let v = if self.exp10 >= 0 {
+            self.sig as f64 * p
+        } else {
+            self.sig as f64 / p
+        };
+        if self.neg {
+            -v
+        } else {
+            v
+        }
+    }
+
+    /// The nearest `f64`, correctly rounded.
+    pub fn to_f64(self) -> f64 {
+        // Rare on the request path (float64 inputs, error messages): print the literal back in
+        // scientific form and let the standard library's exact conversion read it.
+        let mut buf = [0u8; 32];
+        let mut at = buf.len();
+        let mut e = self.exp10.unsigned_abs();
+        loop {
+            at -= 1;
+            buf[at] = b'0' + e % 10;
+            e /= 10;
+            if e == 0 {
+                break;
+            }
+        }
+        if self.exp10 < 0 {
+            at -= 1;
+            buf[at] = b'-';
+        }
+        at -= 1;
+        buf[at] = b'e';
+        let mut sig = self.sig;
+        loop {
+            at -= 1;
+            buf[at] = b'0' + (sig % 10) as u8;
+            sig /= 10;
+            if sig == 0 {
+                break;
+            }
+        }
+        let v = slow_f64(&buf[at..]).unwrap_or(f64::INFINITY);
+        if self.neg {
+            -v
+        } else {
+            v
+        }
+    }
+
+    /// The nearest `f32` to the nearest `f64`, exactly as [`Number::as_f32`] promises. The
+    /// approximation and the true nearest `f64` are at most 3 `f64` ulps apart, so rounding
+    /// either to `f32` gives the same result unless a rounding boundary of `f32` (a midpoint
+    /// between neighbouring `f32` values: the 29 bits below `f32` precision equal to `2^28`)
+    /// lies within a few ulps of the approximation; only then, or outside the normal `f32`
+    /// range, is the exact conversion run.
+    pub fn to_f32(self) -> f32 {
+        let a = self.approx();
+        let mag = a.abs();
+        if mag >= f64::from(f32::MIN_POSITIVE) && mag < f64::from(f32::MAX) {
+            let below = a.to_bits() & ((1 << 29) - 1);
+            if below.abs_diff(1 << 28) > 16 {
+                return a as f32;
+            }
+        }
+        self.to_f64() as f32
     }
 }
 
@@ -545,6 +646,13 @@ impl Parser<'_> {
             }
             return Ok(Number::BigInt(slow_f64(text).ok_or(too_big)?));
         }
+        if exact && sig > 1 << 53 && (-22..=22).contains(&(exp - frac_digits)) {
+            return Ok(Number::Decimal(Decimal {
+                sig,
+                exp10: (exp - frac_digits) as i8,
+                neg,
+            }));
+        }
         if exact && sig <= 1 << 53 {
             let e10 = exp - frac_digits;
             let v = sig as f64;
@@ -737,6 +845,7 @@ pub fn write_number(out: &mut Vec<u8>, n: Number) {
         Number::Int(i) => write_i64(out, i),
         Number::UInt(u) => write_u64(out, u),
         Number::BigInt(f) | Number::Float(f) => write_f64(out, f),
+        Number::Decimal(d) => write_f64(out, d.to_f64()),
     }
 }
 
@@ -837,6 +946,80 @@ mod tests {
         }
     }
 
+    /// `as_f32` must be exactly what TF Serving computes: the standard library's correctly
+    /// rounded `f64`, cast to `f32`; `as_f64` that `f64` itself.
+    fn check_conversions(text: &str) {
+        let n = num(text);
+        let exact: f64 = text.parse().expect("a valid literal");
+        assert_eq!(n.as_f64().to_bits(), exact.to_bits(), "{text} as f64");
+        assert_eq!(
+            n.as_f32().to_bits(),
+            (exact as f32).to_bits(),
+            "{text} as f32"
+        );
+    }
+
+    #[test]
+    fn long_decimals_convert_as_tf_serving_does() {
+        // What clients print for float32 data: the shortest f64 text of each f32.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut decimals = 0;
+        for _ in 0..20_000 {
+            let r = next();
+            let x =
+                f32::from_bits(((r >> 32) as u32 & 0x807F_FFFF) | (((r & 63) as u32 + 100) << 23));
+            let text = format!("{}", f64::from(x));
+            check_conversions(&text);
+            decimals += usize::from(matches!(num(&text), Number::Decimal(_)));
+            // The midpoint between x and the next f32 up, printed with 17 to 19 digits and nudged
+            // by one unit in the last place: the cases where an approximation would round wrong.
+            let up = f32::from_bits(x.to_bits() + 1);
+            let mid = (f64::from(x) + f64::from(up)) / 2.0;
+            for digits in [16, 17, 18] {
+                let t = format!("{mid:.digits$e}");
+                check_conversions(&t);
+                let (mant, exp) = t.split_once('e').expect("scientific");
+                let last = mant.len() - 1;
+                for delta in [1i64, -1] {
+                    let d = i64::from(mant.as_bytes()[last] - b'0') + delta;
+                    if (0..=9).contains(&d) {
+                        let nudged = format!("{}{}e{exp}", &mant[..last], d);
+                        check_conversions(&nudged);
+                    }
+                }
+            }
+        }
+        assert!(
+            decimals > 4_000,
+            "float32 texts take the deferred path ({decimals})"
+        );
+        for text in [
+            "3.4028234663852886e38",
+            "3.4028235677973366e38",
+            "-3.4028235677973362e38",
+            "1.1754943508222875e-38",
+            "1.1754942807573643e-38",
+            "1.4012984643248171e-45",
+            "0.10000000149011612",
+            "-0.30000001192092896",
+            "9007199254740993.0",
+            "18446744073709551615e-22",
+            "12345678901234567890e-3",
+            "0.50000000000000000",
+            "1.0000000596046448",
+            "1.0000000596046449",
+            "1.0000000596046447",
+        ] {
+            check_conversions(text);
+        }
+    }
+
     fn out<F: FnOnce(&mut Vec<u8>)>(f: F) -> String {
         let mut o = Vec::new();
         f(&mut o);
@@ -883,8 +1066,9 @@ mod tests {
         assert_eq!(num("-2.5e-3"), Number::Float(-0.0025));
         assert_eq!(num("0.1"), Number::Float(0.1));
         assert_eq!(num("123456789.125"), Number::Float(123_456_789.125));
-        assert_eq!(num("0.30000000000000004"), Number::Float(0.1 + 0.2));
-        assert_eq!(num("9007199254740993.0"), Number::Float(9007199254740992.0));
+        assert!(matches!(num("0.30000000000000004"), Number::Decimal(_)));
+        assert_eq!(num("0.30000000000000004").as_f64(), 0.1 + 0.2);
+        assert_eq!(num("9007199254740993.0").as_f64(), 9007199254740992.0);
         assert_eq!(num("1e-400"), Number::Float(0.0));
         assert_eq!(
             num("2.2250738585072014e-308"),
@@ -1273,7 +1457,10 @@ mod tests {
             };
             let want: f64 = text.parse().unwrap();
             match num(&text) {
-                Number::Float(got) => assert_eq!(got.to_bits(), want.to_bits(), "{text}"),
+                n @ (Number::Float(_) | Number::Decimal(_)) => {
+                    assert_eq!(n.as_f64().to_bits(), want.to_bits(), "{text}");
+                    assert_eq!(n.as_f32().to_bits(), (want as f32).to_bits(), "{text}");
+                }
                 n => panic!("{text}: {n:?}"),
             }
         }

@@ -548,9 +548,10 @@ fn decode_json(name: &str, dtype: DataType, leaves: &[&Value]) -> Result<TensorD
             DataType::BFloat16 => out.extend_from_slice(
                 &half::bf16::from_f64(float().ok_or_else(|| wrong(v))?).to_le_bytes(),
             ),
-            DataType::Float32 => {
-                out.extend_from_slice(&(float().ok_or_else(|| wrong(v))? as f32).to_le_bytes())
-            }
+            DataType::Float32 => match v {
+                Value::Number(n) => out.extend_from_slice(&n.as_f32().to_le_bytes()),
+                _ => return Err(wrong(v)),
+            },
             DataType::Float64 => {
                 out.extend_from_slice(&float().ok_or_else(|| wrong(v))?.to_le_bytes())
             }

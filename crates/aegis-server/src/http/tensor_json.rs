@@ -467,11 +467,11 @@ impl Sink {
         };
         match dtype {
             DataType::Float32 => {
-                let x = n.as_f64();
-                if x.is_finite() && !(x as f32).is_finite() {
+                let x = n.as_f32();
+                if x.is_infinite() && n.as_f64().is_finite() {
                     return Err(lossy_error(v, dtype));
                 }
-                bytes.extend_from_slice(&(x as f32).to_le_bytes());
+                bytes.extend_from_slice(&x.to_le_bytes());
             }
             DataType::Float64 => {
                 bytes.extend_from_slice(&n.as_f64().to_le_bytes());
@@ -547,7 +547,7 @@ fn int_leaf<T: TryFrom<i64> + TryFrom<u64>>(
         Number::Int(i) => T::try_from(i).ok(),
         Number::UInt(u) => T::try_from(u).ok(),
         Number::BigInt(_) => None,
-        Number::Float(_) => return Err(type_error(v, dtype)),
+        Number::Float(_) | Number::Decimal(_) => return Err(type_error(v, dtype)),
     };
     converted.ok_or_else(|| {
         if narrow {
@@ -1698,30 +1698,43 @@ mod tests {
     #[ignore]
     fn bench_16x784_float32() {
         let mut rng = Rng(42);
-        let rows: Vec<String> = (0..16)
-            .map(|_| {
-                let vals: Vec<String> = (0..784)
-                    .map(|_| format!("{}", (rng.next() % 1_000_000) as f32 / 1_000_000.0))
-                    .collect();
-                format!("[{}]", vals.join(", "))
-            })
+        let values: Vec<f32> = (0..16 * 784)
+            .map(|_| (rng.next() % 1_000_000) as f32 / 1_000_000.0)
             .collect();
-        let body = format!("{{\"instances\": [{}]}}", rows.join(", "));
         let s = sig(&[("x", F)]);
         let iters = 2000;
-        let t0 = std::time::Instant::now();
-        let mut out = None;
-        for _ in 0..iters {
-            let b = PredictRequestBody::parse(body.as_bytes()).unwrap();
-            out = Some(b.into_inputs(&s).unwrap());
+        let mut inputs = Vec::new();
+        // Shortest f32 text (`0.123456`), and the f64 text of each f32 that Python clients send
+        // (`json.dumps(array.tolist())`: `0.12345600128173828`).
+        for (label, text) in [
+            (
+                "f32 text",
+                &(|x: f32| format!("{x}")) as &dyn Fn(f32) -> String,
+            ),
+            ("f64 text of f32", &|x: f32| format!("{}", f64::from(x))),
+        ] {
+            let rows: Vec<String> = values
+                .chunks(784)
+                .map(|row| {
+                    let vals: Vec<String> = row.iter().map(|&x| text(x)).collect();
+                    format!("[{}]", vals.join(", "))
+                })
+                .collect();
+            let body = format!("{{\"instances\": [{}]}}", rows.join(", "));
+            let t0 = std::time::Instant::now();
+            let mut out = None;
+            for _ in 0..iters {
+                let b = PredictRequestBody::parse(body.as_bytes()).unwrap();
+                out = Some(b.into_inputs(&s).unwrap());
+            }
+            let per = t0.elapsed() / iters;
+            inputs = out.unwrap();
+            assert_eq!(inputs[0].1.shape(), &[16, 784]);
+            println!(
+                "parse+convert 16x784 float32, {label} ({} bytes): {per:?} per request",
+                body.len()
+            );
         }
-        let per = t0.elapsed() / iters;
-        let inputs = out.unwrap();
-        assert_eq!(inputs[0].1.shape(), &[16, 784]);
-        println!(
-            "parse+convert 16x784 float32 ({} bytes): {per:?} per request",
-            body.len()
-        );
         let t0 = std::time::Instant::now();
         let mut len = 0;
         for _ in 0..iters {

@@ -92,13 +92,7 @@ impl Decimal {
     /// `fl(fl(sig) ⊗ 10^exp10)`: within 2 ulps of the exact value (each of the two roundings is
     /// at most half an ulp relative to its operand, and `10^k` is exact for `k <= 22`).
     fn approx(self) -> f64 {
-        let k = usize::from(self.exp10.unsigned_abs());
-        let p = POW10.get(k).copied().unwrap_or(f64::INFINITY);
-        let v = if self.exp10 >= 0 {
-            self.sig as f64 * p
-        } else {
-            self.sig as f64 / p
-        };
+        let v = scale(self.sig, i64::from(self.exp10)).unwrap_or(f64::INFINITY);
         if self.neg {
             -v
         } else {
@@ -110,33 +104,11 @@ impl Decimal {
     pub fn to_f64(self) -> f64 {
         // Rare on the request path (float64 inputs, error messages): print the literal back in
         // scientific form and let the standard library's exact conversion read it.
-        let mut buf = [0u8; 32];
-        let mut at = buf.len();
-        let mut e = self.exp10.unsigned_abs();
-        loop {
-            at -= 1;
-            buf[at] = b'0' + e % 10;
-            e /= 10;
-            if e == 0 {
-                break;
-            }
-        }
-        if self.exp10 < 0 {
-            at -= 1;
-            buf[at] = b'-';
-        }
-        at -= 1;
-        buf[at] = b'e';
-        let mut sig = self.sig;
-        loop {
-            at -= 1;
-            buf[at] = b'0' + (sig % 10) as u8;
-            sig /= 10;
-            if sig == 0 {
-                break;
-            }
-        }
-        let v = slow_f64(&buf[at..]).unwrap_or(f64::INFINITY);
+        let mut text = Vec::with_capacity(24);
+        write_u64(&mut text, self.sig);
+        text.push(b'e');
+        write_i64(&mut text, i64::from(self.exp10));
+        let v = slow_f64(&text).unwrap_or(f64::INFINITY);
         if self.neg {
             -v
         } else {
@@ -301,6 +273,14 @@ const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
+
+/// `fl(fl(sig) ⊗ 10^e10)` for `|e10| <= 22` (where `10^|e10|` is exact); `None` beyond. Exact
+/// when `sig <= 2^53` (one rounding, Clinger's fast path), within 2 ulps otherwise.
+fn scale(sig: u64, e10: i64) -> Option<f64> {
+    let p = POW10.get(usize::try_from(e10.unsigned_abs()).ok()?)?;
+    let v = sig as f64;
+    Some(if e10 >= 0 { v * p } else { v / p })
+}
 
 impl Parser<'_> {
     fn err(&self, kind: ParseErrorKind) -> ParseError {
@@ -654,20 +634,7 @@ impl Parser<'_> {
             }));
         }
         if exact && sig <= 1 << 53 {
-            let e10 = exp - frac_digits;
-            let v = sig as f64;
-            let scaled = if e10 >= 0 {
-                usize::try_from(e10)
-                    .ok()
-                    .and_then(|e| POW10.get(e))
-                    .map(|p| v * p)
-            } else {
-                usize::try_from(-e10)
-                    .ok()
-                    .and_then(|e| POW10.get(e))
-                    .map(|p| v / p)
-            };
-            if let Some(v) = scaled {
+            if let Some(v) = scale(sig, exp - frac_digits) {
                 return Ok(Number::Float(if neg { -v } else { v }));
             }
         }

@@ -153,22 +153,9 @@ pub struct Latency {
 /// The result of a run; serialized as is by `--json` (field names are stable).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub protocol: String,
-    pub target: String,
-    pub model: String,
-    pub version: Option<u64>,
-    pub signature: Option<String>,
-    pub mode: Mode,
-    /// Closed loop: concurrent workers. Open loop: `null`.
-    pub concurrency: Option<usize>,
-    /// Open loop: the requests per second asked for. Closed loop: `null`.
-    pub rate: Option<f64>,
-    pub connections: usize,
-    pub threads: usize,
-    /// Rows (batch size) of each request.
-    pub batch: usize,
-    /// Bytes of the encoded request body (protobuf message for gRPC).
-    pub request_bytes: usize,
+    /// The run's parameters, as the first fields of the JSON object.
+    #[serde(flatten)]
+    pub run: RunInfo,
     /// Requests completed in the measured window (after the warm-up): `ok + errors`.
     pub requests: u64,
     pub ok: u64,
@@ -195,8 +182,8 @@ pub struct Report {
     pub client_cpu_us_per_request: Option<f64>,
 }
 
-/// Run parameters echoed in the report.
-#[derive(Debug, Clone)]
+/// Run parameters, echoed in the report.
+#[derive(Debug, Clone, Serialize)]
 pub struct RunInfo {
     pub protocol: String,
     pub target: String,
@@ -204,11 +191,15 @@ pub struct RunInfo {
     pub version: Option<u64>,
     pub signature: Option<String>,
     pub mode: Mode,
+    /// Closed loop: concurrent workers. Open loop: `null`.
     pub concurrency: Option<usize>,
+    /// Open loop: the requests per second asked for. Closed loop: `null`.
     pub rate: Option<f64>,
     pub connections: usize,
     pub threads: usize,
+    /// Rows (batch size) of each request.
     pub batch: usize,
+    /// Bytes of the encoded request body (protobuf message for gRPC).
     pub request_bytes: usize,
 }
 
@@ -229,19 +220,9 @@ impl Report {
             p99_9: ms(h.value_at_quantile(0.999)),
             max: ms(h.max()),
         });
+        let rows_per_s = per_s((ok * info.batch as u64) as f64);
         Report {
-            protocol: info.protocol,
-            target: info.target,
-            model: info.model,
-            version: info.version,
-            signature: info.signature,
-            mode: info.mode,
-            concurrency: info.concurrency,
-            rate: info.rate,
-            connections: info.connections,
-            threads: info.threads,
-            batch: info.batch,
-            request_bytes: info.request_bytes,
+            run: info,
             requests: ok + errors,
             ok,
             errors,
@@ -258,7 +239,7 @@ impl Report {
             duration_s: secs,
             throughput_rps: per_s(ok as f64),
             requests_per_s: per_s((ok + errors) as f64),
-            rows_per_s: per_s((ok * info.batch as u64) as f64),
+            rows_per_s,
             latency_ms: latency,
             client_cpu_s: cpu.map(|c| c.as_secs_f64()),
             client_cpu_us_per_request: cpu
@@ -274,23 +255,24 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let load = match self.mode {
-            Mode::Closed => format!("closed loop, concurrency {}", self.concurrency.unwrap_or(0)),
-            Mode::Open => format!("open loop, {} req/s", self.rate.unwrap_or(0.0)),
+        let run = &self.run;
+        let load = match run.mode {
+            Mode::Closed => format!("closed loop, concurrency {}", run.concurrency.unwrap_or(0)),
+            Mode::Open => format!("open loop, {} req/s", run.rate.unwrap_or(0.0)),
         };
-        let version = self
+        let version = run
             .version
             .map(|v| format!(" version {v}"))
             .unwrap_or_default();
         writeln!(
             f,
             "{} {}  model {}{}  {load}, {} connections, {} client threads",
-            self.protocol, self.target, self.model, version, self.connections, self.threads
+            run.protocol, run.target, run.model, version, run.connections, run.threads
         )?;
         writeln!(
             f,
             "  batch {}, request {} bytes",
-            self.batch, self.request_bytes
+            run.batch, run.request_bytes
         )?;
         writeln!(
             f,

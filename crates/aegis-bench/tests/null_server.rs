@@ -111,7 +111,7 @@ fn closed_loop_sends_exactly_the_requests_asked() {
         r.to_json()
     );
     assert_eq!(infers.load(Ordering::Relaxed), 500);
-    assert_eq!((r.connections, r.batch), (4, 2));
+    assert_eq!((r.run.connections, r.run.batch), (4, 2));
     assert_eq!(r.rows_per_s, r.throughput_rps * 2.0);
     let l = r.latency_ms.expect("latency");
     assert!(0.0 < l.p50 && l.p50 <= l.p99 && l.p99 <= l.max);
@@ -124,7 +124,7 @@ fn closed_loop_sends_exactly_the_requests_asked() {
     c.threads = 2;
     let r = aegis_bench::run(&c).expect("run");
     assert_eq!((r.requests, r.ok), (300, 300), "{}", r.to_json());
-    assert_eq!((r.connections, r.threads), (2, 2));
+    assert_eq!((r.run.connections, r.run.threads), (2, 2));
     assert_eq!(infers.load(Ordering::Relaxed), 800);
 }
 
@@ -141,7 +141,7 @@ fn open_loop_keeps_its_schedule() {
     assert_eq!((r.requests, r.errors), (200, 0), "{}", r.to_json());
     assert_eq!(infers.load(Ordering::Relaxed), 241);
     assert!((0.45..1.5).contains(&r.duration_s), "{}", r.to_json());
-    assert_eq!(r.rate, Some(400.0));
+    assert_eq!(r.run.rate, Some(400.0));
 }
 
 #[test]
@@ -169,7 +169,7 @@ fn timeouts_and_statuses_are_counted_by_kind() {
         r.to_json()
     );
     assert_eq!(r.error_samples["http_404"], "no model missing");
-    assert_eq!(r.batch, 1);
+    assert_eq!(r.run.batch, 1);
     let _ = std::fs::remove_dir_all(&dir);
 
     // Nothing listening: the run does not start.

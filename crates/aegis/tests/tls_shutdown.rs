@@ -756,27 +756,40 @@ fn sigterm_drains_under_load_and_exits_zero() {
     assert!(log.contains("version unloaded"), "{log}");
 }
 
-#[test]
-fn sigterm_lets_slow_requests_in_flight_finish() {
-    let dir = temp_dir("slow");
+/// A server whose batcher holds a lone request for `timeout_micros` waiting for its batch to
+/// fill, with `--aegis_drain_seconds=drain_seconds`; and the temporary directory it uses.
+fn server_holding_lone_requests(
+    name: &str,
+    timeout_micros: u64,
+    drain_seconds: u64,
+) -> (PathBuf, Server) {
+    let dir = temp_dir(name);
     let params = dir.join("batching.config");
-    // A lone request waits 2 s for its batch to fill: it is still in flight when the signal comes.
     std::fs::write(
         &params,
-        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 2000000 }\n",
+        format!(
+            "max_batch_size {{ value: 64 }}\nbatch_timeout_micros {{ value: {timeout_micros} }}\n"
+        ),
     )
     .expect("params");
     let base = fixture_model(MODEL);
-    let mut server = Server::start(
+    let server = Server::start(
         MODEL,
         &base,
         &[
-            "--aegis_drain_seconds=10",
+            &format!("--aegis_drain_seconds={drain_seconds}"),
             "--enable_batching",
             &format!("--batching_parameters_file={}", params.display()),
             "--enable_model_warmup=false",
         ],
     );
+    (dir, server)
+}
+
+#[test]
+fn sigterm_lets_slow_requests_in_flight_finish() {
+    // A lone request waits 2 s for its batch to fill: it is still in flight when the signal comes.
+    let (dir, mut server) = server_holding_lone_requests("slow", 2_000_000, 10);
     let (x, want) = doc_example();
     let (port, grpc_port) = (server.port, server.grpc_port);
     let rest = {
@@ -849,25 +862,8 @@ fn sigterm_lets_slow_requests_in_flight_finish() {
 
 #[test]
 fn sigterm_exits_zero_at_the_drain_deadline_with_a_request_stuck() {
-    let dir = temp_dir("stuck");
-    let params = dir.join("batching.config");
     // The request waits 20 s for its batch: longer than the 1 s drain deadline.
-    std::fs::write(
-        &params,
-        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 20000000 }\n",
-    )
-    .expect("params");
-    let base = fixture_model(MODEL);
-    let mut server = Server::start(
-        MODEL,
-        &base,
-        &[
-            "--aegis_drain_seconds=1",
-            "--enable_batching",
-            &format!("--batching_parameters_file={}", params.display()),
-            "--enable_model_warmup=false",
-        ],
-    );
+    let (dir, mut server) = server_holding_lone_requests("stuck", 20_000_000, 1);
     let (x, _) = doc_example();
     let port = server.port;
     let body = rest_predict_body(&x);

@@ -430,7 +430,11 @@ async fn full_queue_deadlines_and_cancellation_behind_slow_batches() {
              max_enqueued_batches {{ value: 1 }}\nnum_batch_threads {{ value: 1 }}\n"
         ),
     );
-    flags.push("--rest_api_timeout_in_ms=100".to_string());
+    flags.push("--rest_api_timeout_in_ms=40".to_string());
+    // The backlog must outlast the deadlines: one TensorFlow thread per run, whatever the cores
+    // (with one worker, TF's default would split each run over all of them).
+    flags.push("--tensorflow_intra_op_parallelism=1".to_string());
+    flags.push("--tensorflow_inter_op_parallelism=-1".to_string());
     let args: Vec<&str> = flags.iter().map(String::as_str).collect();
     let server = Server::start_with("", &args, &[("AEGIS_LOG", "info,aegis_batch=debug")]);
     let channel =
@@ -494,20 +498,8 @@ async fn full_queue_deadlines_and_cancellation_behind_slow_batches() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let queued = [slow("serve"), slow("serving_default")];
     tokio::time::sleep(Duration::from_millis(10)).await;
-    // Queued behind them, a gRPC deadline and the REST timeout expire.
-    let err = predict_rows(&client, 1, Some(Duration::from_millis(50)), "")
-        .await
-        .unwrap_err();
-    // tonic's client enforces the deadline it sends as well, so either side may report it first
-    // (the server's answer, DEADLINE_EXCEEDED, is checked in grpc_api.rs); what matters here is
-    // that the server drops the request unrun (checked from its log below).
-    assert!(
-        matches!(
-            err.code(),
-            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-        ),
-        "{err:?}"
-    );
+    // Queued behind them (sent together, so both are queued while the backlog is at its
+    // longest: three runs of ~35 ms), a gRPC deadline and the REST timeout expire.
     let row = format!("[{}]", vec!["0.25"; 784].join(","));
     let rest = tokio::task::spawn_blocking({
         let port = server.port;
@@ -520,9 +512,21 @@ async fn full_queue_deadlines_and_cancellation_behind_slow_batches() {
                 format!("{{\"instances\": [{row}]}}").as_bytes(),
             )
         }
-    })
-    .await
-    .expect("rest");
+    });
+    let err = predict_rows(&client, 1, Some(Duration::from_millis(20)), "")
+        .await
+        .unwrap_err();
+    // tonic's client enforces the deadline it sends as well, so either side may report it first
+    // (the server's answer, DEADLINE_EXCEEDED, is checked in grpc_api.rs); what matters here is
+    // that the server drops the request unrun (checked from its log below).
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{err:?}"
+    );
+    let rest = rest.await.expect("rest");
     assert_eq!(rest.status, 504, "{}", rest.text());
     assert_eq!(running.await.expect("join").expect("running"), 1);
     for q in queued {

@@ -462,6 +462,19 @@ pub(crate) fn note_signature(name: &str) {
     let _ = TARGET.try_with(|t| t.borrow_mut().signature = Some(name.to_string()));
 }
 
+/// Notes the signature a Classify / Regress request names (empty: `serving_default`) when
+/// `served` has it; the model layer looks it up again when it runs, with its own error.
+pub(crate) fn note_signature_of(served: &ServedVersion, name: &str) {
+    let name = if name.is_empty() {
+        aegis_core::DEFAULT_SIGNATURE
+    } else {
+        name
+    };
+    if served.signature(name).is_some() {
+        note_signature(name);
+    }
+}
+
 /// Notes the error kind behind a failed request's answer (REST answers carry only a status).
 pub(crate) fn note_error(error: &Error) {
     let _ = TARGET.try_with(|t| t.borrow_mut().error = Some(error.kind));

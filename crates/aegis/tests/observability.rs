@@ -253,6 +253,20 @@ async fn every_protocol_is_counted_per_outcome() {
             .status,
         400
     );
+    // TF Serving REST examples APIs: the signature they name is a label once it is known to
+    // exist (a regress on `regress_x_to_y`), never for one that is not (a classify on `nope`).
+    let examples =
+        |sig: &str| format!(r#"{{"signature_name": "{sig}", "examples": [{{"x": 2.0}}]}}"#);
+    let r = server.post(
+        &format!("/v1/models/{MODEL}:regress"),
+        examples("regress_x_to_y").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = server.post(
+        &format!("/v1/models/{MODEL}:classify"),
+        examples("nope").as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
     // KServe v2 REST: a success, an unknown model.
     let v2_body =
         br#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 1], "data": [1.0, 2.0]}]}"#;
@@ -305,12 +319,33 @@ async fn every_protocol_is_counted_per_outcome() {
     ] {
         assert_eq!(delta(count, &labels), expected, "{}", key(count, &labels));
     }
+    for (api, signature, outcome) in [
+        ("regress", "regress_x_to_y", "ok"),
+        ("classify", "", "invalid_argument"),
+    ] {
+        let labels = [
+            ("protocol", "tfs_rest"),
+            ("api", api),
+            ("model", MODEL),
+            ("version", "123"),
+            ("signature", signature),
+            ("outcome", outcome),
+        ];
+        assert_eq!(delta(count, &labels), 1.0, "{}", key(count, &labels));
+    }
 
     // TF Serving's own: every TF API request counted by status, latency of successes only.
     let tf_count = ":tensorflow:serving:request_count";
     assert_eq!(
         delta(tf_count, &[("model_name", MODEL), ("status", "OK")]),
-        3.0
+        4.0
+    );
+    assert_eq!(
+        delta(
+            tf_count,
+            &[("model_name", MODEL), ("status", "INVALID_ARGUMENT")]
+        ),
+        1.0
     );
     assert_eq!(
         delta(tf_count, &[("model_name", ""), ("status", "NOT_FOUND")]),
@@ -324,7 +359,11 @@ async fn every_protocol_is_counted_per_outcome() {
         1.0
     );
     let tf_latency = ":tensorflow:serving:request_latency_count";
-    for (api, entrypoint, n) in [("predict", "REST", 2.0), ("Predict", "GRPC", 1.0)] {
+    for (api, entrypoint, n) in [
+        ("predict", "REST", 2.0),
+        ("regress", "REST", 1.0),
+        ("Predict", "GRPC", 1.0),
+    ] {
         assert_eq!(
             delta(
                 tf_latency,
@@ -339,12 +378,13 @@ async fn every_protocol_is_counted_per_outcome() {
         );
     }
 
-    // The executor side: five successful inferences of two rows each, one run each.
+    // The executor side: five successful inferences of two rows each and the regress of one
+    // example, one run each.
     let version = [("model", MODEL), ("version", "123")];
-    assert_eq!(delta("aegis_queue_duration_seconds_count", &version), 5.0);
-    assert_eq!(delta("aegis_run_duration_seconds_count", &version), 5.0);
-    assert_eq!(delta("aegis_batch_size_count", &version), 5.0);
-    assert_eq!(delta("aegis_batch_size_sum", &version), 10.0);
+    assert_eq!(delta("aegis_queue_duration_seconds_count", &version), 6.0);
+    assert_eq!(delta("aegis_run_duration_seconds_count", &version), 6.0);
+    assert_eq!(delta("aegis_batch_size_count", &version), 6.0);
+    assert_eq!(delta("aegis_batch_size_sum", &version), 11.0);
     assert_eq!(
         delta(
             ":tensorflow:serving:runtime_latency_count",
@@ -354,7 +394,7 @@ async fn every_protocol_is_counted_per_outcome() {
                 ("runtime", "tensorflow")
             ]
         ),
-        5.0
+        6.0
     );
 
     // Loads and states, gauges.

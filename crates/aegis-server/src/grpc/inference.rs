@@ -18,6 +18,7 @@ pub(super) async fn classify(
     let spec = req.model_spec.as_ref();
     let served = super::resolve(manager, spec)?;
     let signature = super::signature_name(spec);
+    crate::metrics::note_signature_of(&served, signature);
     let examples = crate::examples::serialized_examples(req.input.as_ref());
     let result = served.classify(signature, examples).await?;
     Ok(ClassificationResponse {
@@ -37,6 +38,7 @@ pub(super) async fn regress(
     let spec = req.model_spec.as_ref();
     let served = super::resolve(manager, spec)?;
     let signature = super::signature_name(spec);
+    crate::metrics::note_signature_of(&served, signature);
     let examples = crate::examples::serialized_examples(req.input.as_ref());
     let values = served.regress(signature, examples).await?;
     Ok(RegressionResponse {

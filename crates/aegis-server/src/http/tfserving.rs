@@ -228,6 +228,7 @@ async fn classify_regress(
     let served = resolve(state, name, version)?;
     let examples = crate::examples::serialized_examples(Some(&request.input));
     let signature = request.signature_name.as_str();
+    crate::metrics::note_signature_of(&served, signature);
     let run = async {
         match method {
             InferMethod::Classify => served

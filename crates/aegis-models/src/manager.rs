@@ -205,6 +205,8 @@ pub struct ModelManager {
     /// Set when shutdown begins: readiness turns false and nothing loads any more.
     stopping: std::sync::atomic::AtomicBool,
     limits: crate::limits::InflightLimits,
+    /// Bumped whenever readiness may have changed (see [`ModelManager::readiness_changes`]).
+    changes: tokio::sync::watch::Sender<()>,
 }
 
 impl ModelManager {
@@ -218,11 +220,23 @@ impl ModelManager {
             started: std::sync::atomic::AtomicBool::new(false),
             stopping: std::sync::atomic::AtomicBool::new(false),
             limits: crate::limits::InflightLimits::new(options.max_inflight_per_model),
+            changes: tokio::sync::watch::Sender::new(()),
         }
     }
 
     fn records(&self) -> MutexGuard<'_, BTreeMap<String, ModelRecord>> {
         lock(&self.records)
+    }
+
+    /// Wakes whenever [`ModelManager::all_available`] may have changed (a version became
+    /// available or was taken off, a reconciliation ended, start-up ended, shutdown began), so
+    /// that health services push changes as they happen instead of polling.
+    pub fn readiness_changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changes.subscribe()
+    }
+
+    fn readiness_may_have_changed(&self) {
+        self.changes.send_replace(());
     }
 
     /// Replaces the set of served models (start-up, config file reload, `ReloadConfig`): models
@@ -464,6 +478,8 @@ impl ModelManager {
                 self.retire(name, version, served);
             }
         }
+        // Failed loads and repository unloads change readiness without a new snapshot.
+        self.readiness_may_have_changed();
     }
 
     fn is_loaded(&self, name: &str, version: i64) -> bool {
@@ -671,6 +687,7 @@ impl ModelManager {
             })
             .collect();
         self.snapshot.store(Arc::new(Snapshot { models }));
+        self.readiness_may_have_changed();
     }
 }
 
@@ -866,6 +883,7 @@ impl ModelManager {
     pub fn begin_shutdown(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Release);
+        self.readiness_may_have_changed();
     }
 
     fn is_stopping(&self) -> bool {
@@ -910,6 +928,7 @@ impl ModelManager {
         self.poll().await;
         self.started
             .store(true, std::sync::atomic::Ordering::Release);
+        self.readiness_may_have_changed();
     }
 
     /// Waits until each of `names` has an available version, polling the file system every

@@ -129,10 +129,11 @@ impl GrpcServer {
             tls,
         } = self;
         // SERVING once every configured model has an available version (readiness), as the
-        // REST `/v2/health/ready` probe reports it.
+        // REST `/v2/health/ready` probe reports it; pushed to watchers as soon as it changes.
         set_health(&health, ServingStatus::NotServing).await;
         let readiness = {
             let health = health.clone();
+            let mut changes = manager.readiness_changes();
             tokio::spawn(async move {
                 let mut ready = false;
                 loop {
@@ -146,7 +147,9 @@ impl GrpcServer {
                         };
                         set_health(&health, status).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if changes.changed().await.is_err() {
+                        break; // the manager is gone
+                    }
                 }
             })
         };

@@ -100,6 +100,10 @@ pub trait LoadObserver: Send + Sync {
         took: Duration,
         error: Option<&Error>,
     );
+    /// `version` has been released (its last request ended and its session closed): what was
+    /// kept per version can go, so that a server rolling out version after version keeps a
+    /// bounded set of series.
+    fn unloaded(&self, _model: &str, _version: i64) {}
 }
 
 /// How the manager loads and retires versions.
@@ -650,9 +654,13 @@ impl ModelManager {
     fn retire(&self, name: &str, version: i64, served: Arc<ServedVersion>) -> JoinHandle<()> {
         tracing::info!(model = name, version, "unloading version");
         let records = Arc::clone(&self.records);
+        let observer = self.options.observer.clone();
         let name = name.to_string();
         tokio::spawn(async move {
             release(served).await;
+            if let Some(o) = observer {
+                o.unloaded(&name, version);
+            }
             if let Some(v) = lock(&records)
                 .get_mut(&name)
                 .and_then(|r| r.versions.get_mut(&version))

@@ -9,7 +9,8 @@
 //!
 //! Labels stay bounded: `model` / `version` / `signature` are set only once the request resolved
 //! them to something that is served (an unknown model name is recorded as `""`), `protocol`,
-//! `api` and `outcome` come from fixed lists.
+//! `api` and `outcome` come from fixed lists, and a version's `aegis_*` series are dropped when
+//! it is released (a request still finishing then can leave one count behind).
 //!
 //! A request is recorded once, by [`observe`], which each protocol adapter wraps around its
 //! handling; handlers only note what they resolved ([`note_version`], [`note_signature`],
@@ -19,6 +20,7 @@
 //! when the endpoint is scraped.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -697,6 +699,30 @@ impl LoadObserver for ModelMetrics {
         m.load_duration
             .with_label_values(&[model, outcome])
             .observe(took.as_secs_f64());
+    }
+
+    /// Drops Aegis's series of a released version. TF Serving's own families are labelled by
+    /// model (and load path) only and stay, as they do in TF Serving.
+    fn unloaded(&self, model: &str, version: i64) {
+        let m = metrics();
+        let version = version.to_string();
+        let labels = HashMap::from([("model", model), ("version", version.as_str())]);
+        for per_version in [&m.queue_duration, &m.run_duration, &m.batch_size] {
+            let _ = per_version.remove(&labels);
+        }
+        // Request series carry more labels, whose values are found among the collected series.
+        for family in prometheus::core::Collector::collect(&m.request_duration) {
+            for series in family.get_metric() {
+                let pairs: HashMap<&str, &str> = series
+                    .get_label()
+                    .iter()
+                    .map(|p| (p.name(), p.value()))
+                    .collect();
+                if labels.iter().all(|(k, v)| pairs.get(k) == Some(v)) {
+                    let _ = m.request_duration.remove(&pairs);
+                }
+            }
+        }
     }
 }
 

@@ -582,3 +582,65 @@ fn a_bad_monitoring_config_stops_start_up() {
         .expect("start-up must fail");
     assert!(log.contains("MonitoringConfig"), "{log}");
 }
+
+/// A released version's series go with it (a server rolling out version after version keeps a
+/// bounded set), and come back when it serves again.
+#[test]
+fn series_of_a_released_version_are_dropped() {
+    let server = start_monitored("released", "prometheus_config {\n  enable: true\n}\n");
+    let of_version = |samples: &HashMap<String, f64>| -> Vec<String> {
+        let mut keys: Vec<String> = samples
+            .keys()
+            .filter(|k| k.starts_with("aegis_") && k.contains("version=\"123\""))
+            .filter(|k| !k.starts_with("aegis_model_version_state"))
+            .cloned()
+            .collect();
+        keys.sort_unstable();
+        keys
+    };
+    let predict = || {
+        let r = server.post(
+            &format!("/v1/models/{MODEL}:predict"),
+            br#"{"instances": [1.0]}"#,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    predict();
+    let served = of_version(&scrape(&server, DEFAULT_PATH));
+    for family in [
+        "aegis_request_duration_seconds_count",
+        "aegis_queue_duration_seconds_count",
+        "aegis_run_duration_seconds_count",
+        "aegis_batch_size_count",
+    ] {
+        assert!(
+            served.iter().any(|k| k.starts_with(family)),
+            "{family}: {served:#?}"
+        );
+    }
+
+    let r = server.post(&format!("/v2/repository/models/{MODEL}/unload"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Released once its state is END (its last request has ended and its session is closed).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = server.get(&format!("/v1/models/{MODEL}")).json();
+        if status["model_version_status"][0]["state"] == "END" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = of_version(&scrape(&server, DEFAULT_PATH));
+    assert!(left.is_empty(), "{left:#?}");
+
+    let r = server.post(&format!("/v2/repository/models/{MODEL}/load"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    predict();
+    let back = of_version(&scrape(&server, DEFAULT_PATH));
+    assert!(
+        back.iter()
+            .any(|k| k.starts_with("aegis_request_duration_seconds_count")),
+        "{back:#?}"
+    );
+}

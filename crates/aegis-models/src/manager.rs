@@ -21,7 +21,7 @@ use aegis_runtime::RuntimeRegistry;
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 
-use crate::discover::{no_versions, scan_versions, select_versions, Fingerprint};
+use crate::discover::{no_versions, scan_versions, select_versions, Fingerprint, FoundVersion};
 use crate::{ModelConfig, ServedVersion, VersionPolicy};
 
 mod repository;
@@ -151,6 +151,9 @@ impl Default for ManagerOptions {
 struct Snapshot {
     models: HashMap<String, ModelEntry>,
 }
+
+/// How many ended versions whose directory is gone a model's status keeps listing.
+const ENDED_KEPT: usize = 10;
 
 #[derive(Default, Clone)]
 struct ModelEntry {
@@ -482,8 +485,28 @@ impl ModelManager {
                 self.retire(name, version, served);
             }
         }
+        self.forget_ended(name, &found);
         // Failed loads and repository unloads change readiness without a new snapshot.
         self.readiness_may_have_changed();
+    }
+
+    /// Forgets the versions that ended and whose directory is gone, all but the newest
+    /// [`ENDED_KEPT`]. TF Serving lists every version it ever saw, a status that grows with
+    /// each rollout (tensorflow/serving#1488); the recent ones stay for operators to read.
+    fn forget_ended(&self, name: &str, found: &BTreeMap<i64, FoundVersion>) {
+        let mut records = self.records();
+        let Some(record) = records.get_mut(name) else {
+            return;
+        };
+        let gone: Vec<i64> = record
+            .versions
+            .iter()
+            .filter(|(v, r)| r.state == VersionState::End && !found.contains_key(v))
+            .map(|(v, _)| *v)
+            .collect();
+        for v in gone.iter().rev().skip(ENDED_KEPT) {
+            record.versions.remove(v);
+        }
     }
 
     fn is_loaded(&self, name: &str, version: i64) -> bool {

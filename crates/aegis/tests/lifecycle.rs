@@ -594,6 +594,19 @@ fn version_churn_under_load_has_zero_failed_requests() {
         &failures[..failures.len().min(5)]
     );
     assert!(total > 400, "clients were not busy: {total} requests");
+
+    // The status lists the versions on disk and the ten newest that ended with their directory
+    // gone, not all fifty that came and went (TF Serving's grows with every rollout).
+    let want: Vec<(i64, String)> = [(52, "AVAILABLE"), (51, "AVAILABLE")]
+        .into_iter()
+        .chain((41..=50).rev().map(|v| (v, "END")))
+        .map(|(v, s)| (v, s.to_string()))
+        .collect();
+    wait_for(
+        "ended versions to be forgotten",
+        Duration::from_secs(10),
+        || states(&server, "m") == want,
+    );
 }
 
 /// `ModelService/HandleReloadConfigRequest` adds and removes models like a changed config file,

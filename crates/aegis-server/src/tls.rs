@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -23,6 +23,11 @@ use tokio_rustls::server::TlsStream;
 
 /// How long a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS handshakes in progress at once on one port. Past it, new connections wait in the kernel's
+/// accept backlog instead of in the server: clients that connect and never finish their
+/// handshake hold at most this many sessions, each for at most [`HANDSHAKE_TIMEOUT`].
+pub const MAX_HANDSHAKES: usize = 256;
 
 /// TF Serving's `SSLConfig`, parsed but not yet checked.
 #[derive(Clone, Default)]
@@ -84,6 +89,8 @@ impl ServerTls {
 #[derive(Clone)]
 pub struct TlsAcceptor {
     inner: tokio_rustls::TlsAcceptor,
+    /// The port's handshake slots (clones share them).
+    handshakes: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for TlsAcceptor {
@@ -147,11 +154,31 @@ impl TlsAcceptor {
         };
         Ok(TlsAcceptor {
             inner: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
         })
     }
 
+    /// Waits for one of the port's [`MAX_HANDSHAKES`] handshake slots. Take it before accepting
+    /// the connection it is for, so that the wait happens in the kernel's backlog.
+    pub async fn slot(&self) -> HandshakeSlot {
+        // The semaphore is never closed, so the permit is always there once acquired.
+        let permit = Arc::clone(&self.handshakes).acquire_owned().await.ok();
+        HandshakeSlot {
+            inner: self.inner.clone(),
+            _permit: permit,
+        }
+    }
+}
+
+/// The right to run one handshake; the slot frees when the handshake ends, however it ends.
+pub struct HandshakeSlot {
+    inner: tokio_rustls::TlsAcceptor,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl HandshakeSlot {
     /// Runs the server side of the handshake, within [`HANDSHAKE_TIMEOUT`].
-    pub async fn accept(&self, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+    pub async fn accept(self, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.inner.accept(tcp)).await {
             Ok(result) => result,
             Err(_) => Err(io::Error::new(
@@ -187,6 +214,7 @@ impl TlsListener {
         let (tx, ready) = mpsc::channel(64);
         let acceptor = tokio::spawn(async move {
             loop {
+                let slot = tls.slot().await;
                 let (tcp, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -198,10 +226,9 @@ impl TlsListener {
                 if let Err(e) = tcp.set_nodelay(true) {
                     tracing::debug!(error = %e, "TCP_NODELAY not set");
                 }
-                let tls = tls.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    match tls.accept(tcp).await {
+                    match slot.accept(tcp).await {
                         Ok(stream) => {
                             let _ = tx.send((stream, peer)).await;
                         }

@@ -417,6 +417,71 @@ fn rest_and_grpc_over_tls() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Clients that connect and never start their handshake hold at most `MAX_HANDSHAKES` of a
+/// port's slots: the next connection waits in the kernel's backlog (its handshake gets no answer)
+/// while the other port serves, and the slots free as soon as those clients go.
+#[test]
+fn stalled_handshakes_are_capped_per_port_and_freed_when_their_clients_go() {
+    use aegis_server::tls::MAX_HANDSHAKES;
+    let pki = pki();
+    let dir = temp_dir("stalled");
+    let server = start_tls(&write_ssl_config(&dir, &pki, false));
+    let (x, want) = doc_example();
+    let handshake = |port: u16| {
+        let connector =
+            tokio_rustls::TlsConnector::from(Arc::new(client_tls(&pki, None, &[b"h2"])));
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            connector.connect(name, tcp).await
+        }
+    };
+    runtime().block_on(async {
+        let mut stalled = Vec::new();
+        for _ in 0..MAX_HANDSHAKES {
+            stalled.push(
+                tokio::net::TcpStream::connect(("127.0.0.1", server.grpc_port))
+                    .await
+                    .expect("connect"),
+            );
+        }
+        // Queued behind all of them in the backlog: no slot, so no answer to its ClientHello.
+        let waited =
+            tokio::time::timeout(Duration::from_secs(1), handshake(server.grpc_port)).await;
+        assert!(
+            waited.is_err(),
+            "handshake answered past the cap: {waited:?}"
+        );
+        // The REST port has slots of its own.
+        let (_, status, body) = https_request(
+            server.port,
+            client_tls(&pki, None, &[b"http/1.1"]),
+            "POST",
+            &format!("/v1/models/{MODEL}:predict"),
+            &rest_predict_body(&x),
+        )
+        .expect("REST over TLS while gRPC's slots are taken");
+        assert!(rest_answer_ok(status, &body, &want), "{status}");
+
+        drop(stalled);
+        let tls = tokio::time::timeout(Duration::from_secs(5), handshake(server.grpc_port))
+            .await
+            .expect("slots freed when the stalled clients closed")
+            .expect("handshake");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let channel = tls_channel(server.grpc_port, &pki, false)
+            .await
+            .expect("gRPC over TLS");
+        let resp = PredictionServiceClient::new(channel)
+            .predict(predict_request(&x))
+            .await
+            .expect("predict")
+            .into_inner();
+        assert!(grpc_answer_ok(&resp, &want), "{resp:?}");
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let pki = pki();

@@ -157,6 +157,14 @@ impl GrpcServer {
         let graceful = GracefulShutdown::new();
         tokio::pin!(stop);
         loop {
+            // With TLS, a handshake slot first (see `tls::MAX_HANDSHAKES`).
+            let slot = match &tls {
+                None => None,
+                Some(tls) => tokio::select! {
+                    () = &mut stop => break,
+                    slot = tls.slot() => Some(slot),
+                },
+            };
             let accepted = tokio::select! {
                 () = &mut stop => break,
                 accepted = listener.accept() => accepted,
@@ -177,17 +185,17 @@ impl GrpcServer {
             }
             let routes = routes.clone();
             let service = hyper::service::service_fn(move |req| call(routes.clone(), req));
-            let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
+            let (builder, watcher) = (builder.clone(), graceful.watcher());
             let open = metrics::ConnectionGuard::open("grpc");
             tokio::spawn(async move {
                 let _open = open;
                 // With TLS, the handshake runs in the connection's task, not in the accept loop.
-                let ended: Result<(), Box<dyn std::error::Error + Send + Sync>> = match tls {
+                let ended: Result<(), Box<dyn std::error::Error + Send + Sync>> = match slot {
                     None => watcher
                         .watch(builder.serve_connection(TokioIo::new(stream), service))
                         .await
                         .map_err(Into::into),
-                    Some(tls) => match tls.accept(stream).await {
+                    Some(slot) => match slot.accept(stream).await {
                         Ok(stream) => watcher
                             .watch(builder.serve_connection(TokioIo::new(stream), service))
                             .await

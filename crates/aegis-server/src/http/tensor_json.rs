@@ -465,6 +465,12 @@ impl Sink {
             }
             _ => return Err(type_error(v, dtype)),
         };
+        // An integer leaf as `$t`, range-checked as `int_leaf` says.
+        macro_rules! int {
+            ($t:ty, $narrow:expr) => {
+                bytes.extend_from_slice(&int_leaf::<$t>(v, n, dtype, $narrow)?.to_le_bytes())
+            };
+        }
         match dtype {
             DataType::Float32 => {
                 let x = n.as_f32();
@@ -494,39 +500,15 @@ impl Sink {
                 }
                 bytes.extend_from_slice(&h.to_le_bytes());
             }
-            DataType::Int32 => {
-                let x = int_leaf::<i32>(v, n, dtype, false)?;
-                bytes.extend_from_slice(&x.to_le_bytes());
-            }
-            DataType::Int64 => {
-                let x = int_leaf::<i64>(v, n, dtype, false)?;
-                bytes.extend_from_slice(&x.to_le_bytes());
-            }
-            DataType::UInt32 => {
-                let x = int_leaf::<u32>(v, n, dtype, false)?;
-                bytes.extend_from_slice(&x.to_le_bytes());
-            }
-            DataType::UInt64 => {
-                let x = int_leaf::<u64>(v, n, dtype, false)?;
-                bytes.extend_from_slice(&x.to_le_bytes());
-            }
+            DataType::Int32 => int!(i32, false),
+            DataType::Int64 => int!(i64, false),
+            DataType::UInt32 => int!(u32, false),
+            DataType::UInt64 => int!(u64, false),
             // TF Serving reads these as int32 and wraps silently; we range-check.
-            DataType::Int16 => {
-                let x = int_leaf::<i16>(v, n, dtype, true)?;
-                bytes.extend_from_slice(&x.to_le_bytes());
-            }
-            DataType::Int8 => {
-                let x = int_leaf::<i8>(v, n, dtype, true)?;
-                bytes.extend_from_slice(&x.to_le_bytes());
-            }
-            DataType::UInt16 => {
-                let x = int_leaf::<u16>(v, n, dtype, true)?;
-                bytes.extend_from_slice(&x.to_le_bytes());
-            }
-            DataType::UInt8 => {
-                let x = int_leaf::<u8>(v, n, dtype, true)?;
-                bytes.extend_from_slice(&x.to_le_bytes());
-            }
+            DataType::Int16 => int!(i16, true),
+            DataType::Int8 => int!(i8, true),
+            DataType::UInt16 => int!(u16, true),
+            DataType::UInt8 => int!(u8, true),
             DataType::Bool | DataType::String => return Err(type_error(v, dtype)),
         }
         *count += 1;

@@ -73,6 +73,13 @@ impl Session for DoublerSession {
     }
 }
 
+/// How long one run of the doubler takes in the tests that queue requests behind a run (`BUSY_MS`),
+/// and how long they give the worker to take the first request before sending the others
+/// (`PICKUP`). Generous on purpose: on a loaded machine a woken worker thread can take tens of
+/// milliseconds to be scheduled, and what is sent during the run must be queued before it ends.
+const BUSY_MS: u64 = 150;
+const PICKUP: Duration = Duration::from_millis(40);
+
 struct Fixture {
     ex: Arc<Executor>,
     seen: Seen,
@@ -226,7 +233,7 @@ async fn a_request_larger_than_a_batch_is_invalid_argument() {
 #[tokio::test]
 async fn a_full_queue_is_unavailable() {
     let f = start(
-        100,
+        BUSY_MS,
         BatchingConfig {
             max_batch_size: 2,
             max_enqueued_batches: 1,
@@ -234,7 +241,7 @@ async fn a_full_queue_is_unavailable() {
         },
     );
     let a = spawn_run(&f.ex, input(1, 1, 0.0));
-    tokio::time::sleep(Duration::from_millis(30)).await; // a is running
+    tokio::time::sleep(PICKUP).await; // a is running
     let b = spawn_run(&f.ex, input(2, 1, 0.0));
     tokio::time::sleep(Duration::from_millis(10)).await; // b fills the queue (2 rows)
     let err =
@@ -251,9 +258,9 @@ async fn a_full_queue_is_unavailable() {
 
 #[tokio::test]
 async fn requests_with_different_non_batch_dims_are_not_merged() {
-    let f = start(50, BatchingConfig::default());
+    let f = start(BUSY_MS, BatchingConfig::default());
     let first = spawn_run(&f.ex, input(1, 2, 0.0));
-    tokio::time::sleep(Duration::from_millis(20)).await; // first is running
+    tokio::time::sleep(PICKUP).await; // first is running
     let xs = [input(1, 2, 10.0), input(1, 3, 20.0), input(1, 2, 30.0)];
     let handles: Vec<_> = xs.iter().map(|x| spawn_run(&f.ex, x.clone())).collect();
     first.await.unwrap().unwrap();
@@ -302,9 +309,9 @@ async fn string_tensors_are_merged_and_split() {
 
 #[tokio::test]
 async fn requests_whose_caller_left_are_skipped() {
-    let f = start(60, BatchingConfig::default());
+    let f = start(BUSY_MS, BatchingConfig::default());
     let first = spawn_run(&f.ex, input(1, 1, 1.0));
-    tokio::time::sleep(Duration::from_millis(20)).await; // first is running
+    tokio::time::sleep(PICKUP).await; // first is running
     let gone = tokio::time::timeout(
         Duration::from_millis(5),
         f.ex.run("serving_default", input(1, 1, 666.0), vec!["y".into()]),
@@ -447,9 +454,9 @@ async fn a_large_request_is_split_across_runs_and_reassembled_in_order() {
 
 #[tokio::test]
 async fn a_request_that_does_not_fit_fills_the_batch_and_the_rest_runs_next() {
-    let f = splitting(40);
+    let f = splitting(BUSY_MS);
     let first = spawn_run(&f.ex, input(1, 1, 0.0));
-    tokio::time::sleep(Duration::from_millis(15)).await; // first is running
+    tokio::time::sleep(PICKUP).await; // first is running
     let a = input(3, 1, 10.0);
     let b = input(3, 1, 20.0);
     let ha = spawn_run(&f.ex, a.clone());
@@ -512,7 +519,7 @@ async fn an_error_in_any_piece_fails_the_request_and_drops_its_other_pieces() {
 #[tokio::test]
 async fn with_splitting_the_queue_holds_max_enqueued_batches_execution_batches() {
     let f = start(
-        60,
+        BUSY_MS,
         BatchingConfig {
             max_batch_size: 10,
             enable_large_batch_splitting: true,
@@ -522,7 +529,7 @@ async fn with_splitting_the_queue_holds_max_enqueued_batches_execution_batches()
         },
     );
     let running = spawn_run(&f.ex, input(1, 1, 0.0));
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::time::sleep(PICKUP).await;
     let err =
         f.ex.run("serving_default", input(5, 1, 0.0), vec!["y".into()])
             .await
@@ -543,14 +550,14 @@ async fn with_splitting_the_queue_holds_max_enqueued_batches_execution_batches()
 #[tokio::test]
 async fn variable_length_inputs_are_padded_with_the_first_element_when_enabled() {
     let f = start(
-        40,
+        BUSY_MS,
         BatchingConfig {
             pad_variable_length_inputs: true,
             ..Default::default()
         },
     );
     let first = spawn_run(&f.ex, input(1, 1, 0.0));
-    tokio::time::sleep(Duration::from_millis(15)).await; // first is running
+    tokio::time::sleep(PICKUP).await; // first is running
     let short = input(1, 2, 10.0);
     let long = input(2, 3, 20.0);
     let hs = spawn_run(&f.ex, short);
@@ -573,14 +580,14 @@ async fn variable_length_inputs_are_padded_with_the_first_element_when_enabled()
 #[tokio::test]
 async fn different_ranks_or_dtypes_never_share_a_batch_even_with_padding() {
     let f = start(
-        40,
+        BUSY_MS,
         BatchingConfig {
             pad_variable_length_inputs: true,
             ..Default::default()
         },
     );
     let first = spawn_run(&f.ex, input(1, 1, 0.0));
-    tokio::time::sleep(Duration::from_millis(15)).await;
+    tokio::time::sleep(PICKUP).await;
     let rank3 = vec![(
         "x".to_string(),
         Tensor::from_slice(vec![1, 1, 2], &[5.0f32, 6.0]).unwrap(),

@@ -314,6 +314,21 @@ async fn tls_channel(port: u16, pki: &Pki, identity: bool) -> Result<Channel, St
         .map_err(|e| format!("{e:?}"))
 }
 
+/// A gRPC Predict of the doc example over TLS (with the client certificate when `identity`),
+/// checked against TensorFlow's outputs.
+async fn grpc_predicts_over_tls(port: u16, pki: &Pki, identity: bool) {
+    let (x, want) = doc_example();
+    let channel = tls_channel(port, pki, identity)
+        .await
+        .expect("gRPC over TLS");
+    let resp = PredictionServiceClient::new(channel)
+        .predict(predict_request(&x))
+        .await
+        .expect("predict")
+        .into_inner();
+    assert!(grpc_answer_ok(&resp, &want), "{resp:?}");
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -403,17 +418,7 @@ fn rest_and_grpc_over_tls() {
     );
     assert!(http1_only.is_err(), "{http1_only:?}");
 
-    runtime().block_on(async {
-        let channel = tls_channel(server.grpc_port, &pki, false)
-            .await
-            .expect("gRPC over TLS");
-        let resp = PredictionServiceClient::new(channel)
-            .predict(predict_request(&x))
-            .await
-            .expect("predict")
-            .into_inner();
-        assert!(grpc_answer_ok(&resp, &want), "{resp:?}");
-    });
+    runtime().block_on(grpc_predicts_over_tls(server.grpc_port, &pki, false));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -469,15 +474,7 @@ fn stalled_handshakes_are_capped_per_port_and_freed_when_their_clients_go() {
             .expect("slots freed when the stalled clients closed")
             .expect("handshake");
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let channel = tls_channel(server.grpc_port, &pki, false)
-            .await
-            .expect("gRPC over TLS");
-        let resp = PredictionServiceClient::new(channel)
-            .predict(predict_request(&x))
-            .await
-            .expect("predict")
-            .into_inner();
-        assert!(grpc_answer_ok(&resp, &want), "{resp:?}");
+        grpc_predicts_over_tls(server.grpc_port, &pki, false).await;
     });
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -530,15 +527,7 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
             without.is_err(),
             "gRPC without a client certificate was served"
         );
-        let channel = tls_channel(server.grpc_port, &pki, true)
-            .await
-            .expect("gRPC with a client certificate");
-        let resp = PredictionServiceClient::new(channel)
-            .predict(predict_request(&x))
-            .await
-            .expect("predict")
-            .into_inner();
-        assert!(grpc_answer_ok(&resp, &want), "{resp:?}");
+        grpc_predicts_over_tls(server.grpc_port, &pki, true).await;
     });
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -416,12 +416,7 @@ async fn predict_rows(
 
 /// A new connection (so that requests sent together on several arrive together).
 async fn predictor(port: u16) -> Predictor {
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    Predictor::new(channel)
+    Predictor::new(common::grpc_channel(port).await)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX)
 }

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use aegis_proto::tensorflow::serving::model_service_client::ModelServiceClient;
 use aegis_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use aegis_proto::tensorflow::serving::{
@@ -31,26 +29,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 // ---------------------------------------------------------------------------------------------
 // Clients
 
-fn url(port: u16) -> String {
-    format!("http://127.0.0.1:{port}")
-}
-
-/// A channel to the server's gRPC port (bound before the REST port the harness waits on).
-async fn channel(port: u16) -> Channel {
-    let mut last = None;
-    for _ in 0..200 {
-        match Channel::from_shared(url(port))
-            .expect("url")
-            .connect()
-            .await
-        {
-            Ok(c) => return c,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("gRPC port {port} never answered: {last:?}");
-}
+use common::grpc_channel as channel;
 
 async fn predictor(server: &Server) -> PredictionServiceClient<Channel> {
     PredictionServiceClient::new(channel(server.grpc_port).await)

@@ -50,20 +50,9 @@ fn start(tag: &str, models: &[&str]) -> Server {
 }
 
 async fn client(server: &Server) -> Client {
-    let url = format!("http://127.0.0.1:{}", server.grpc_port);
-    for _ in 0..200 {
-        if let Ok(c) = Channel::from_shared(url.clone())
-            .expect("url")
-            .connect()
-            .await
-        {
-            return GrpcInferenceServiceClient::new(c)
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("gRPC port never answered");
+    GrpcInferenceServiceClient::new(common::grpc_channel(server.grpc_port).await)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
 }
 
 fn string_param(s: &str) -> InferParameter {

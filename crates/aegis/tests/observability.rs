@@ -182,18 +182,7 @@ fn v2_infer(model: &str) -> ModelInferRequest {
 }
 
 async fn channel(server: &Server) -> Channel {
-    let url = format!("http://127.0.0.1:{}", server.grpc_port);
-    for _ in 0..200 {
-        if let Ok(c) = Channel::from_shared(url.clone())
-            .expect("url")
-            .connect()
-            .await
-        {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("gRPC port never answered");
+    common::grpc_channel(server.grpc_port).await
 }
 
 fn with_id<T>(message: T, id: Option<&str>) -> tonic::Request<T> {

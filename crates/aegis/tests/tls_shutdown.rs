@@ -314,6 +314,18 @@ async fn tls_channel(port: u16, pki: &Pki, identity: bool) -> Result<Channel, St
         .map_err(|e| format!("{e:?}"))
 }
 
+/// A TLS connection to `localhost:port`, handshake done.
+async fn tls_connect(
+    port: u16,
+    config: rustls::ClientConfig,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
 /// A gRPC Predict of the doc example over TLS (with the client certificate when `identity`),
 /// checked against TensorFlow's outputs.
 async fn grpc_predicts_over_tls(port: u16, pki: &Pki, identity: bool) {
@@ -364,16 +376,9 @@ fn rest_and_grpc_over_tls() {
     // REST also speaks HTTP/2 over TLS when the client offers h2.
     runtime().block_on(async {
         use http_body_util::BodyExt;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(
-            &pki,
-            None,
-            &[b"h2", b"http/1.1"],
-        )));
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        let tls = tls_connect(server.port, client_tls(&pki, None, &[b"h2", b"http/1.1"]))
             .await
-            .expect("connect");
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-        let tls = connector.connect(name, tcp).await.expect("TLS");
+            .expect("TLS");
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         let (mut send, conn) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
@@ -432,15 +437,7 @@ fn stalled_handshakes_are_capped_per_port_and_freed_when_their_clients_go() {
     let dir = temp_dir("stalled");
     let server = start_tls(&write_ssl_config(&dir, &pki, false));
     let (x, want) = doc_example();
-    let handshake = |port: u16| {
-        let connector =
-            tokio_rustls::TlsConnector::from(Arc::new(client_tls(&pki, None, &[b"h2"])));
-        async move {
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-            connector.connect(name, tcp).await
-        }
-    };
+    let handshake = |port: u16| tls_connect(port, client_tls(&pki, None, &[b"h2"]));
     runtime().block_on(async {
         let mut stalled = Vec::new();
         for _ in 0..MAX_HANDSHAKES {

@@ -426,6 +426,25 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// A channel to the server's gRPC port, retried for up to 10 s (the port may be bound a moment
+/// after the REST port the harness waits on).
+pub async fn grpc_channel(port: u16) -> tonic::transport::Channel {
+    let url = format!("http://127.0.0.1:{port}");
+    let mut last = None;
+    for _ in 0..200 {
+        match tonic::transport::Channel::from_shared(url.clone())
+            .expect("url")
+            .connect()
+            .await
+        {
+            Ok(c) => return c,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("gRPC port {port} never answered: {last:?}");
+}
+
 /// One gRPC Predict of `[1.0, 2.0, 3.5]` on model `m` (latest, or label `stable`): the version
 /// that served (from the echoed `model_spec`) and which `versioned` fixture content answered
 /// (1: x + 1, 2: x * 10). For lifecycle tests that call from plain threads.
